@@ -1,0 +1,2 @@
+/* placeholder: being written */
+#include "tg_types.h"
