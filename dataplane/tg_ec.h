@@ -47,4 +47,7 @@ int tg_ec_encode(struct tg_ec *ec, const uint8_t *data, size_t len,
 int tg_ec_rebuild(struct tg_ec *ec, uint8_t *const *shards, size_t shard_len,
 		  const uint8_t *present);
 
+/* Decode-table cache counters since create (for tests and telemetry). */
+void tg_ec_stats(const struct tg_ec *ec, uint64_t *hits, uint64_t *misses);
+
 #endif /* TG_EC_H */
