@@ -439,10 +439,17 @@ static int dir_put(struct tg_store *s, const struct tg_org_id *org, const struct
 		sp[i].tmp_made = false;
 		sp[i].final_made = !existed;
 	}
-	/* Phase 3: the renames themselves durable. */
+	/* Phase 3: the renames themselves durable. If that fails the shards
+	 * stay: each is whole and checksummed, the caller reports failure (so
+	 * nothing is acknowledged), and a concurrent put of the same chunk may
+	 * already have replaced them with its own, which must not be unlinked. */
 	for (i = 0; i < n; i++) {
 		if (fsync(sp[i].subfd)) {
 			rc = -errno;
+			for (i = 0; i < n; i++) {
+				sp[i].final_made = false;
+				(void)fsync(sp[i].subfd);
+			}
 			goto err_undo;
 		}
 	}
@@ -657,11 +664,19 @@ out:
 	return rc;
 }
 
+/*
+ * The object exists when at least K shards carry headers that agree with
+ * each other: then get() can rebuild it. One stray shard (a crash between
+ * renames, losses beyond parity) is not enough, because dedup answers from
+ * this and a chunk it calls durable is never sent again.
+ */
 static int dir_exists(struct tg_store *s, const struct tg_org_id *org, const struct tg_chunk_id *id)
 {
 	struct store_dir *sd = (struct store_dir *)s;
 	char orghex[TG_HEX_ID_LEN + 1], idhex[TG_HEX_ID_LEN + 1], sub[3], rel[SH_REL_MAX];
-	struct shard_hdr h;
+	struct shard_hdr h, first;
+	uint32_t seen = 0;
+	unsigned agree = 0;
 	int hard = 0;
 
 	if (!org || !id)
@@ -673,7 +688,17 @@ static int dir_exists(struct tg_store *s, const struct tg_org_id *org, const str
 
 		if (rc == 0) {
 			close(fd);
-			return 1;
+			if (!agree) {
+				first = h;
+			} else if (memcmp(&h.meta, &first.meta, sizeof(h.meta)) != 0) {
+				continue;
+			}
+			if (h.index >= 32 || (seen & (1u << h.index)))
+				continue;
+			seen |= 1u << h.index;
+			if (++agree >= first.meta.k)
+				return 1;
+			continue;
 		}
 		if (rc != -ENOENT && rc != -ENOTDIR && rc != -EBADMSG)
 			hard = rc;

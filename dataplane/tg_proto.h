@@ -198,7 +198,7 @@ struct tg_session_ok {
 	uint8_t org_guid[TG_ID_LEN];
 	uint16_t frag_size;        /* TG_FRAG_MIN..TG_FRAG_MAX, multiple of unit */
 	uint16_t credits;          /* chunks in flight (unacknowledged), >= 1 */
-	uint32_t credit_bytes;     /* bytes in flight, >= TG_CHUNK_MAX */
+	uint32_t credit_bytes;     /* bytes in flight, >= max_chunk when credits >= 1 */
 	uint32_t max_chunk;        /* largest chunk accepted, <= TG_CHUNK_MAX */
 	uint8_t mac[TG_TAG_LEN];   /* proves the gateway derived the session key */
 };

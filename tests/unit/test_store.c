@@ -586,6 +586,43 @@ static void test_losing_all_directory_contents_is_enoent(void **state)
 	tg_store_close(st);
 }
 
+/* Dedup answers "already durable" from exists(), and such a chunk is never
+ * sent again: so exists() must mean "get() can rebuild it" (>= K shards),
+ * not "some shard file is there". 4+2: K shards left -> 1, K-1 -> 0. */
+static void test_exists_needs_k_shards_not_one(void **state)
+{
+	struct tg_store *st = open_store(6);
+	struct tg_store_report rep;
+	struct tg_org_id org;
+	struct tobj t;
+	char oh[33], ih[33], p[256];
+
+	(void)state;
+	org_make(&org, 31);
+	tobj_make(&t, 4, 2, 70000);
+	assert_int_equal(tg_store_put(st, &org, &t.obj), 0);
+	tg_id_to_hex(org.b, oh);
+	tg_id_to_hex(t.obj.meta.id.b, ih);
+	for (unsigned i = 0; i < 3; i++) {
+		int d = dir_of_shard(6, &org, &t.obj.meta.id, i);
+
+		assert_true(d >= 0);
+		snprintf(p, sizeof(p), "%s/%s/%c%c/%s", fx.dir[d], oh, ih[0], ih[1], ih);
+		assert_int_equal(unlink(p), 0);
+		if (i < 2)
+			assert_int_equal(tg_store_exists(st, &org, &t.obj.meta.id), 1);
+		else
+			assert_int_equal(tg_store_exists(st, &org, &t.obj.meta.id), 0);
+	}
+	assert_int_equal(get_check(st, &org, &t, &rep), -EUCLEAN);
+	/* Putting it again heals it, and then it exists. */
+	assert_int_equal(tg_store_put(st, &org, &t.obj), 0);
+	assert_int_equal(tg_store_exists(st, &org, &t.obj.meta.id), 1);
+	assert_int_equal(get_check(st, &org, &t, &rep), 0);
+	tobj_free(&t);
+	tg_store_close(st);
+}
+
 static void test_flipped_payload_byte_in_any_shard_is_corrupt_and_rebuilt(void **state)
 {
 	struct tg_store *st = open_store(7);
@@ -1131,6 +1168,7 @@ int main(void)
 		T(test_shard_moved_between_organizations_is_refused),
 		T(test_rebuild_after_losing_up_to_m_whole_directories),
 		T(test_losing_all_directory_contents_is_enoent),
+		T(test_exists_needs_k_shards_not_one),
 		T(test_flipped_payload_byte_in_any_shard_is_corrupt_and_rebuilt),
 		T(test_flipped_header_byte_at_every_offset_is_corrupt),
 		T(test_header_fields_bound_checked_even_with_valid_checksum),
