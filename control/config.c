@@ -1,8 +1,9 @@
 /*
  * config.c - tidegate-control's options. One declarative table (the habit of
  * Redis's standardConfig table) drives the config file, the command-line
- * flags, --help and --print-config-example: a new option is one line below
- * and every place that shows or reads options learns it at once.
+ * flags, --help, --print-config-example and --check-config: a new option is
+ * one line below and every place that shows or reads options learns it at
+ * once.
  *
  * Precedence: built-in default < config file < flag. Every error is fatal at
  * start and says where it came from ("FILE:LINE: ..." or "--flag: ..."): a
@@ -19,6 +20,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -66,7 +68,8 @@ struct cfg_opt {
 
 static const struct cfg_opt cfg_opts[] = {
 	OPT("redis-host", CFG_STR, "HOST", "127.0.0.1", 1, 255, redis_host,
-	    "Redis server: host name or IP address."),
+	    "Redis server: host name or IP address, or the path of its Unix socket "
+	    "(starting with /; redis-port is then ignored)."),
 	OPT("redis-port", CFG_INT, "PORT", "6379", 1, 65535, redis_port,
 	    "Redis server TCP port."),
 	OPT("redis-password", CFG_STR, "SECRET", "", 0, 255, redis_password,
@@ -380,6 +383,9 @@ static void cfg_print_help(FILE *out)
 		"  --config FILE             read options from FILE (key = value); flags given\n"
 		"                            on the command line override it\n"
 		"  --print-config-example    print a config file with every option, then exit\n"
+		"  --check-config            read the config file and flags, print the\n"
+		"                            configuration they make (or the first error),\n"
+		"                            then exit\n"
 		"  -h, --help                print this help, then exit\n"
 		"  --version                 print the version, then exit\n"
 		"\n"
@@ -418,7 +424,8 @@ void ctl_cfg_print_example(FILE *out)
 		"# `redis-port = 6380`. Every key is also a command-line flag (--redis-port\n"
 		"# 6380), and flags override this file. An unknown key, a bad value or a\n"
 		"# number out of range stops the daemon at start, naming the file and line.\n"
-		"# Lines are at most 199 bytes.\n");
+		"# Lines are at most 199 bytes. `tidegate-control --config FILE --check-config`\n"
+		"# checks a file and prints the configuration it makes.\n");
 	for (size_t i = 0; i < CFG_NOPTS; i++) {
 		const struct cfg_opt *o = &cfg_opts[i];
 
@@ -429,6 +436,61 @@ void ctl_cfg_print_example(FILE *out)
 			fprintf(out, "# Range: %s.\n", range);
 		}
 		fprintf(out, "#%s =%s%s\n", o->name, o->def[0] ? " " : "", o->def);
+	}
+}
+
+/* One option's current value in the form the config file takes. */
+static void cfg_fmt_value(const struct ctl_cfg *cfg, const struct cfg_opt *o, char *buf,
+			  size_t len)
+{
+	const void *field = (const char *)cfg + o->off;
+
+	switch (o->type) {
+	case CFG_STR:
+		snprintf(buf, len, "%s", (const char *)field);
+		break;
+	case CFG_INT:
+		snprintf(buf, len, "%d", *(const int *)field);
+		break;
+	case CFG_U32:
+		snprintf(buf, len, "%" PRIu32, *(const uint32_t *)field);
+		break;
+	case CFG_BYTES:
+		cfg_fmt_size((int64_t)*(const uint64_t *)field, buf, len);
+		break;
+	case CFG_PERCENTS: {
+		const uint32_t *p = field;
+
+		snprintf(buf, len, "%" PRIu32 ",%" PRIu32 ",%" PRIu32, p[0], p[1], p[2]);
+		break;
+	}
+	case CFG_LOGLEVEL: {
+		int v = *(const int *)field;
+
+		snprintf(buf, len, "%s", v >= 0 && v < 8 ? cfg_level_names[v] : "?");
+		break;
+	}
+	}
+}
+
+/*
+ * --check-config: the configuration the daemon would run with, as a config
+ * file (so it can be diffed, or saved and used). The Redis password is not
+ * echoed to a terminal or a log: only whether one is set.
+ */
+static void cfg_print_effective(FILE *out, const struct ctl_cfg *cfg, const char *config)
+{
+	char val[300];
+
+	fprintf(out, "# tidegate-control: configuration OK (%s%s)\n",
+		config ? "from " : "built-in defaults and flags", config ? config : "");
+	for (size_t i = 0; i < CFG_NOPTS; i++) {
+		const struct cfg_opt *o = &cfg_opts[i];
+
+		cfg_fmt_value(cfg, o, val, sizeof(val));
+		if (o->off == offsetof(struct ctl_cfg, redis_password) && val[0])
+			snprintf(val, sizeof(val), "(set, not shown)");
+		fprintf(out, "%s =%s%s\n", o->name, val[0] ? " " : "", val);
 	}
 }
 
@@ -569,6 +631,7 @@ int ctl_cfg_load(struct ctl_cfg *cfg, int argc, char **argv)
 	const char *config = NULL;
 	char msg[256];
 	int nflags = 0, rc = -1;
+	bool check = false;
 
 	ctl_cfg_defaults(cfg);
 	flags = calloc((size_t)(argc > 0 ? argc : 1), sizeof(*flags));
@@ -598,6 +661,10 @@ int ctl_cfg_load(struct ctl_cfg *cfg, int argc, char **argv)
 			ctl_cfg_print_example(stdout);
 			rc = 1;
 			goto out;
+		}
+		if (strcmp(arg, "--check-config") == 0) {
+			check = true;
+			continue;
 		}
 		if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0') {
 			fprintf(stderr, CFG_PROG ": unexpected argument '%s' (see --help)\n", arg);
@@ -652,6 +719,10 @@ int ctl_cfg_load(struct ctl_cfg *cfg, int argc, char **argv)
 		goto out;
 	}
 	rc = 0;
+	if (check) {
+		cfg_print_effective(stdout, cfg, config);
+		rc = 1;
+	}
 out:
 	free(flags);
 	return rc;

@@ -85,8 +85,8 @@ json_t *ctl_reply_link_err(int tg_code, const char *fmt, ...)
 /* config.c */
 void ctl_cfg_defaults(struct ctl_cfg *cfg);
 /* Parse argv (and the --config file it names); on error prints a message
- * naming the file and line or the flag and returns -1; --help prints and
- * returns 1; 0 to run. */
+ * naming the file and line or the flag and returns -1; --help,
+ * --print-config-example and --check-config print and return 1; 0 to run. */
 int ctl_cfg_load(struct ctl_cfg *cfg, int argc, char **argv);
 /* Print an example config file with every option documented (from the table). */
 void ctl_cfg_print_example(FILE *out);

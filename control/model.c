@@ -945,6 +945,27 @@ void ctl_model_push_org(struct ctl_model *m, const char *guid, const char *state
 	ctl_model_push_org_dev(m, guid, state, policy, NULL);
 }
 
+void ctl_log_alerts(const char *guid, const char *name, const char *levels)
+{
+	char lv[16];
+
+	/* Levels are the config's percentages: digits and commas, short. */
+	while (levels && *levels) {
+		size_t n = strcspn(levels, ",");
+
+		if (n > 0 && n < sizeof(lv)) {
+			memcpy(lv, levels, n);
+			lv[n] = '\0';
+			ctl_log(LOG_WARNING, "alert: organization %s reached %s%% of its quota%s%s%s",
+				guid ? guid : "?", lv, name ? " (" : "", name ? name : "",
+				name ? ")" : "");
+		}
+		levels += n;
+		if (*levels == ',')
+			levels++;
+	}
+}
+
 void ctl_model_provider_update(struct ctl_model *m, const redisReply *rep, size_t first)
 {
 	static const char *const names[] = { "guid", "created", "bad_key_attempts",

@@ -128,6 +128,9 @@ void ctl_model_push_org(struct ctl_model *m, const char *guid, const char *state
 void ctl_model_push_org_dev(struct ctl_model *m, const char *guid, const char *state,
 			    const char *policy, const char *device);
 
+/* Log one line per alert level a script reports crossed ("80,90"; "" none). */
+void ctl_log_alerts(const char *guid, const char *name, const char *levels);
+
 const struct ctl_cfg *ctl_model_cfg(const struct ctl_model *m);
 /* The provider GUID as 16 bytes; false until known. */
 bool ctl_model_provider_id(const struct ctl_model *m, uint8_t id[16]);

@@ -305,13 +305,6 @@ static const char *org_ref(struct ctl_req *r, json_t *args, const char *key, boo
 	return s;
 }
 
-static void alert_log(const char *guid, const char *name, long long level)
-{
-	if (level > 0)
-		ctl_log(LOG_WARNING, "alert: organization %s (%s) reached %lld%% of its quota",
-			name ? name : "?", guid ? guid : "?", level);
-}
-
 static void push_org(struct ctl_req *r, const redisReply *h, size_t first)
 {
 	ctl_model_push_org(r->m, ctl_rr_field(h, first, "guid"), ctl_rr_field(h, first, "state"),
@@ -489,7 +482,7 @@ void ctl_admin_org_show(struct ctl_req *r, json_t *args, const struct ctl_caller
 
 static void org_set_done(struct ctl_req *r, const redisReply *rep)
 {
-	alert_log(ctl_rr_field(rep, 2, "guid"), ctl_rr_field(rep, 2, "name"), ctl_rr_ll(rep, 1, 0));
+	ctl_log_alerts(ctl_rr_field(rep, 2, "guid"), ctl_rr_field(rep, 2, "name"), ctl_rr_str(rep, 1));
 	push_org(r, rep, 2);
 	ctl_req_reply(r, ctl_reply_ok(org_json(rep, 2)));
 }

@@ -489,11 +489,7 @@ void ctl_link_lease(struct ctl_req *r, json_t *args, const struct ctl_caller *wh
 
 static void commit_done(struct ctl_req *r, const redisReply *rep)
 {
-	long long level = ctl_rr_ll(rep, 2, 0);
-
-	if (level > 0)
-		ctl_log(LOG_WARNING, "alert: organization %s reached %lld%% of its quota",
-			json_string_value(r->ctx), level);
+	ctl_log_alerts(json_string_value(r->ctx), NULL, ctl_rr_str(rep, 2));
 	ctl_req_link_ok(r, json_pack("{s:b}", "applied", ctl_rr_ll(rep, 1, 0) != 0));
 }
 

@@ -84,20 +84,26 @@
 	"  local k = 'tg:org:' .. g\n" \
 	"  local f = redis.call('HMGET', k, 'used_bytes', 'quota', 'alert_level', 'name')\n" \
 	"  local used, quota = tonumber(f[1]) or 0, tonumber(f[2]) or 0\n" \
-	"  local old, level = tonumber(f[3]) or 0, 0\n" \
+	"  local old, level, crossed = tonumber(f[3]) or 0, 0, {}\n" \
 	"  if quota > 0 then\n" \
 	"    for _, l in ipairs(levels) do\n" \
-	"      if used * 100 >= tonumber(l) * quota then level = tonumber(l) end\n" \
+	"      if used * 100 >= tonumber(l) * quota then\n" \
+	"        level = tonumber(l)\n" \
+	"        if level > old then crossed[#crossed + 1] = level end\n" \
+	"      end\n" \
 	"    end\n" \
 	"  end\n" \
-	"  if level == old then return 0 end\n" \
+	"  if level == old then return '' end\n" \
 	"  redis.call('HSET', k, 'alert_level', I(level))\n" \
-	"  if level < old then return 0 end\n" \
-	"  local rec = string.format('{\"time\":%s,\"org\":\"%s\",\"name\":\"%s\",\"level\":%d,\"used_bytes\":%s,\"quota\":%s}',\n" \
-	"                            redis.call('TIME')[1], g, f[4], level, f[1], f[2])\n" \
-	"  redis.call('LPUSH', 'tg:alerts', rec)\n" \
+	"  if level < old then return '' end\n" \
+	"  local t = redis.call('TIME')[1]\n" \
+	"  for _, l in ipairs(crossed) do\n" \
+	"    redis.call('LPUSH', 'tg:alerts', string.format(\n" \
+	"      '{\"time\":%s,\"org\":\"%s\",\"name\":\"%s\",\"level\":%d,\"used_bytes\":%s,\"quota\":%s}',\n" \
+	"      t, g, f[4], l, f[1], f[2]))\n" \
+	"  end\n" \
 	"  redis.call('LTRIM', 'tg:alerts', 0, 999)\n" \
-	"  return level\n" \
+	"  return table.concat(crossed, ',')\n" \
 	"end\n" \
 	"local function drop_device(id)\n" \
 	"  local bk = 'tg:dev:' .. id .. ':backups'\n" \
@@ -186,7 +192,7 @@ static const char s_org_list[] = CTL_LUA_PRELUDE
  * KEYS[1] tg:orgname; ARGV[1] org name or GUID, ARGV[2..4] alert levels
  * (percent, ascending), ARGV[5..] field, value pairs (validated; never
  * guid or state). Checks everything, then writes.
- * -> {'ok', alert level newly reached or 0, field, value, ...}
+ * -> {'ok', alert levels newly crossed ('80,90', or ''), field, value, ...}
  */
 static const char s_org_set[] = CTL_LUA_PRELUDE
 	"local g = resolve(ARGV[1])\n"
@@ -211,7 +217,7 @@ static const char s_org_set[] = CTL_LUA_PRELUDE
 	"  redis.call('HSET', KEYS[1], newname, g)\n"
 	"end\n"
 	"if #h > 0 then redis.call('HSET', k, unpack(h)) end\n"
-	"local lvl = 0\n"
+	"local lvl = ''\n"
 	"if quota then lvl = alert_check(g, {ARGV[2], ARGV[3], ARGV[4]}) end\n"
 	"return {'ok', lvl, unpack(redis.call('HGETALL', k))}\n";
 
@@ -513,11 +519,11 @@ static const char s_lease[] = CTL_LUA_PRELUDE
  * Exactly once: a commit_seq at or below the gateway's last applied one is
  * acknowledged and not applied. Stored bytes leave the lease (as far as it
  * holds them) and join used_bytes; data already stored is always counted.
- * -> {'ok', applied 0/1, alert level newly reached or 0}
+ * -> {'ok', applied 0/1, alert levels newly crossed ('80,90', or '')}
  */
 static const char s_commit[] = CTL_LUA_PRELUDE
 	"local last = tonumber(redis.call('HGET', KEYS[1], 'commit_seq')) or 0\n"
-	"if tonumber(ARGV[3]) <= last then return {'ok', 0, 0} end\n"
+	"if tonumber(ARGV[3]) <= last then return {'ok', 0, ''} end\n"
 	"if redis.call('EXISTS', KEYS[2]) == 0 then\n"
 	"  return err('unknown_org', 'org', 'no organization ' .. ARGV[1])\n"
 	"end\n"

@@ -48,6 +48,7 @@ TG_SRC = os.environ.get("TG_SRC") or os.path.dirname(os.path.dirname(HERE))
 TG_BUILD = os.environ.get("TG_BUILD") or os.path.join(TG_SRC, "build")
 CONTROL_BIN = os.path.join(TG_BUILD, "control", "tidegate-control")
 CTL_BIN = os.path.join(TG_BUILD, "control", "tidegate-ctl")
+LINKCTL_BIN = os.path.join(TG_BUILD, "control", "tidegate-linkctl")
 REDIS_BIN = shutil.which("redis-server", path="/usr/bin:/usr/local/bin:" + os.environ.get("PATH", "")) \
     or "/usr/bin/redis-server"
 
@@ -264,9 +265,13 @@ class RegKey:
 class Redis:
     """Minimal RESP client: enough to inspect what tidegate-control stored."""
 
-    def __init__(self, port, timeout=5.0):
+    def __init__(self, port, timeout=5.0, password=None, db=0):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.f = self.sock.makefile("rb")
+        if password:
+            self.cmd("AUTH", password)
+        if db:
+            self.cmd("SELECT", db)
 
     def close(self):
         try:
@@ -517,8 +522,14 @@ def _pdeathsig():
 class Env:
     """A private Redis + tidegate-control, in its own temp directory."""
 
-    def __init__(self, lease_ttl_ms=2000, lease_bytes="64M", admin_group="adm", extra=()):
+    def __init__(self, lease_ttl_ms=2000, lease_bytes="64M", admin_group="adm", extra=(),
+                 redis_password=None, redis_db=0, redis_extra=()):
         self.tmp = tempfile.mkdtemp(prefix="tg-itest-")
+        # What Redis is started with; tidegate-control is told through
+        # `extra` (flags) or a config file, whichever the test is about.
+        self.redis_password = redis_password
+        self.redis_db = redis_db
+        self.redis_extra = list(redis_extra)
         self.port = None
         self.redis = None
         self.control = None
@@ -545,7 +556,9 @@ class Env:
         self.redis = subprocess.Popen(
             [REDIS_BIN, "--port", str(self.port), "--bind", "127.0.0.1",
              "--appendonly", "yes", "--appendfsync", "always", "--save", "",
-             "--dir", self.tmp, "--daemonize", "no", "--logfile", ""],
+             "--dir", self.tmp, "--daemonize", "no", "--logfile", ""] +
+            (["--requirepass", self.redis_password] if self.redis_password else []) +
+            self.redis_extra,
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             preexec_fn=_pdeathsig)
         log.close()
@@ -553,7 +566,7 @@ class Env:
         def ping():
             if self.redis.poll() is not None:
                 raise RuntimeError("redis-server exited: " + self.tail("redis.log"))
-            with Redis(self.port, timeout=1) as r:
+            with Redis(self.port, timeout=1, password=self.redis_password) as r:
                 return r.cmd("PING") == "PONG"
         wait_for(ping, 10, what="redis-server to answer PING")
 
@@ -569,7 +582,10 @@ class Env:
                 "--admin-group", self.admin_group, "--lease-ttl-ms", str(self.lease_ttl_ms),
                 "--lease-bytes", str(self.lease_bytes), "--log-level", "debug"] + self.extra
 
-    def start_control(self):
+    def start_control(self, wait_for_redis=True):
+        """Start the daemon and wait until it serves: until its admin socket
+        shows the provider GUID, or (wait_for_redis=False) only until both
+        sockets answer, for a daemon started while Redis is down."""
         for p in (self.admin_sock, self.gateway_sock):
             if os.path.exists(p):
                 os.unlink(p)
@@ -586,6 +602,8 @@ class Env:
             if not (os.path.exists(self.admin_sock) and os.path.exists(self.gateway_sock)):
                 return False
             rep = self.admin("provider.show", timeout=2)
+            if not wait_for_redis:
+                return rep.get("ok")
             return rep.get("ok") and GUID_RE.match(rep["result"].get("guid", "")) is not None
 
         try:
@@ -636,6 +654,14 @@ class Env:
             _envs.remove(self)
         return problem
 
+    def log(self, name="control.log"):
+        """The whole of a log in TMP (the daemon's, by default)."""
+        try:
+            with open(os.path.join(self.tmp, name), "rb") as f:
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
     def tail(self, name, n=30):
         try:
             with open(os.path.join(self.tmp, name), "rb") as f:
@@ -644,17 +670,18 @@ class Env:
         except OSError:
             return "(no %s)" % name
 
-    def rdb(self):
-        return Redis(self.port)
+    def rdb(self, db=None):
+        return Redis(self.port, password=self.redis_password,
+                     db=self.redis_db if db is None else db)
 
     # -- admin --
 
-    def admin_raw(self, data, timeout=10.0):
+    def admin_raw(self, data, timeout=10.0, path=None):
         """Send raw bytes on a fresh admin connection; return every byte
         received until the daemon closes or a first full line arrives."""
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.settimeout(timeout)
-        s.connect(self.admin_sock)
+        s.connect(path or self.admin_sock)
         try:
             try:
                 s.sendall(data)
@@ -673,11 +700,11 @@ class Env:
         finally:
             s.close()
 
-    def admin(self, cmd, args=None, timeout=10.0):
+    def admin(self, cmd, args=None, timeout=10.0, path=None):
         req = {"cmd": cmd}
         if args is not None:
             req["args"] = args
-        line = self.admin_raw((jsonlib.dumps(req) + "\n").encode(), timeout)
+        line = self.admin_raw((jsonlib.dumps(req) + "\n").encode(), timeout, path)
         if not line.endswith(b"\n"):
             raise AssertionError("admin %s: no complete reply line: %r" % (cmd, line))
         return jsonlib.loads(line)

@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import os
+import re
 
 import harness as h
 from harness import GiB, MiB
@@ -362,6 +363,191 @@ class OrgLifeCycleThroughCtl(h.EnvTestCase):
         self.assertIn("acme-human", out)
 
 
+class WholeLifeCycleThroughCtl(h.EnvTestCase):
+    """One organization from org add to org delete, every step through
+    tidegate-ctl --json, the devices and the gateway through the link."""
+
+    def ctl_ok(self, *args):
+        rc, out, err = self.env.ctl(*args)
+        self.assertEqual(rc, 0, "tidegate-ctl %s: rc %d, stderr %r" % (" ".join(args), rc, err))
+        return out
+
+    def ctl_refused(self, code, *args):
+        rc, out, err = self.env.ctl(*args)
+        self.assertEqual(rc, 1, "tidegate-ctl %s must be refused: rc %d %r" % (args, rc, out))
+        self.assertIn(code, err)
+
+    def test_whole_org_life_cycle_through_ctl(self):
+        env = self.env
+        pg = env.provider_guid()
+        # add, list, show
+        org = self.ctl_ok("org", "add", "life", "--seats", "2", "--quota", "10M", "--policy",
+                          "compress", "--contact-email", "ops@life.example",
+                          "--restore-limit-user", "0")
+        key, guid = h.RegKey(org["registration_key"], pg), org["guid"]
+        self.assertIn("life", [o["name"] for o in self.ctl_ok("org", "list")])
+        shown = self.ctl_ok("org", "show", "life")
+        self.assertEqual((shown["guid"], shown["max_seats"], shown["quota"], shown["state"],
+                          shown["contact_email"], shown["restore_limit_user"]),
+                         (guid, 2, 10 * MiB, "active", "ops@life.example", 0))
+        # devices take seats up to max_seats
+        lk = env.link("gw-life")
+        ids = {}
+        for n in ("pc-1", "pc-2"):
+            rep = lk.register(key, n, peer="198.51.100.20")
+            self.assertTrue(rep.get("ok"), rep)
+            ids[n] = rep["device_id"]
+        self.assertEqual(h.link_err(lk.register(key, "pc-3", peer="198.51.100.20")),
+                         h.E_SEATS_FULL)
+        # set: one more seat, and the third device fits
+        self.assertEqual(self.ctl_ok("org", "set", "life", "--seats", "3")["max_seats"], 3)
+        self.assertTrue(lk.register(key, "pc-3", peer="198.51.100.20").get("ok"))
+        self.assertEqual(sorted(d["name"] for d in self.ctl_ok("device", "list", "life")),
+                         ["pc-1", "pc-2", "pc-3"])
+        # quota: lease, commits, alerts at 80 and 90 %
+        self.assertEqual(lk.request("lease", org=guid, bytes=10 * MiB)["granted"], 10 * MiB)
+        for seq, n in ((1, 8 * MiB + MiB // 2), (2, MiB)):
+            c = lk.request("commit", org=guid, commit_seq=seq, stored_bytes=n,
+                           logical_bytes=2 * n, unique_bytes=n, chunks=1, dup_chunks=0)
+            self.assertIs(c.get("applied"), True, c)
+        self.assertEqual([a["level"] for a in self.ctl_ok("alerts", "life")], [90, 80])
+        u = self.ctl_ok("usage", "life")[0]
+        self.assertEqual((u["seats_used"], u["max_seats"], u["bytes_stored"], u["bytes_received"]),
+                         (3, 3, 9 * MiB + MiB // 2, 19 * MiB))
+        # billing: the same numbers in CSV and JSON
+        rows = list(csv.DictReader(io.StringIO(self.ctl_ok("billing", "export", "--format",
+                                                           "csv")["data"])))
+        row = [r for r in rows if r["name"] == "life"][0]
+        self.assertEqual((row["org"], int(row["seats_used"]), int(row["bytes_stored"])),
+                         (guid, 3, 9 * MiB + MiB // 2))
+        recs = json.loads(self.ctl_ok("billing", "export", "--format", "json")["data"])
+        rec = [r for r in recs if r["name"] == "life"][0]
+        self.assertEqual((rec["bytes_received"], rec["dedup_ratio"]), (19 * MiB, 2.0))
+        self.assertIn("gw-life", [g["name"] for g in self.ctl_ok("gateways")])
+        # release a device, rotate the key: the old key stops, the new one admits
+        self.assertEqual(self.ctl_ok("device", "release", "life", "pc-1"), {})
+        new = h.RegKey(self.ctl_ok("key", "rotate", "life")["registration_key"], pg)
+        self.assertEqual(h.link_err(lk.register(key, "pc-4", peer="198.51.100.20")),
+                         h.E_UNKNOWN_ORG)
+        self.assertTrue(lk.register(new, "pc-4", peer="198.51.100.20").get("ok"))
+        self.assertEqual(self.ctl_ok("org", "show", "life")["seats_used"], 3)
+        # deactivate: pushed, refused; reactivate; delete only when deactivated
+        lk.drain_pushes()
+        self.assertEqual(self.ctl_ok("org", "deactivate", "life")["state"], "deactivated")
+        m = lk.next_push(1.0)
+        self.assertEqual((m or {}).get("state"), "deactivated", m)
+        self.assertEqual(h.link_err(lk.register(new, "pc-2", peer="198.51.100.20")),
+                         h.E_ORG_DEACTIVATED)
+        self.assertEqual(h.link_err(lk.request("lease", org=guid, bytes=MiB)),
+                         h.E_ORG_DEACTIVATED)
+        self.assertEqual(self.ctl_ok("org", "reactivate", "life")["state"], "active")
+        self.ctl_refused("org_active", "org", "delete", "life")
+        self.ctl_ok("org", "deactivate", "life")
+        self.assertEqual(self.ctl_ok("org", "delete", "life"), {})
+        self.ctl_refused("unknown_org", "org", "show", "life")
+        self.assertNotIn("life", [o["name"] for o in self.ctl_ok("org", "list")])
+        self.assertNotIn("life", [u["name"] for u in self.ctl_ok("usage")])
+        with env.rdb() as r:
+            self.assertEqual([k for k in r.cmd("KEYS", "tg:*") if guid in k], [])
+            for d in ids.values():
+                self.assertEqual(r.cmd("EXISTS", "tg:dev:" + d), 0)
+
+
+class CtlHumanOutput(h.EnvTestCase):
+    """Every command prints something a person reads (tables, forms) by
+    default, and the raw JSON result only with --json."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        env = cls.env
+        cls.org = env.add_org("tab-org", seats=3, quota="10M")
+        cls.lk = lk = env.link("gw-tab")
+        rep = lk.register(cls.org["_key"], "tab-pc", peer="198.51.100.30")
+        assert rep.get("ok"), rep
+        cls.device_id = rep["device_id"]
+        assert lk.request("lease", org=cls.org["guid"], bytes=9 * MiB)["granted"] == 9 * MiB
+        c = lk.request("commit", org=cls.org["guid"], commit_seq=1, stored_bytes=9 * MiB,
+                       logical_bytes=18 * MiB, unique_bytes=9 * MiB, chunks=1, dup_chunks=0)
+        assert c.get("applied"), c
+
+    def human(self, *args):
+        rc, out, err = self.env.ctl(*args, json=False)
+        self.assertEqual(rc, 0, "%r: rc %d %r" % (args, rc, err))
+        self.assertTrue(out.strip(), "%r printed nothing" % (args,))
+        if args[:2] != ("billing", "export"):
+            with self.assertRaises(ValueError, msg="%r printed JSON without --json" % (args,)):
+                json.loads(out)
+        return out
+
+    def assertTable(self, out, headers, *cells):
+        lines = out.splitlines()
+        for hd in headers:
+            self.assertIn(hd, lines[0], "header %r missing: %r" % (hd, lines[0]))
+        body = "\n".join(lines[1:])
+        for c in cells:
+            self.assertIn(c, body, out)
+
+    def test_org_list_is_a_table(self):
+        self.assertTable(self.human("org", "list"),
+                         ("NAME", "GUID", "STATE", "SEATS", "USED", "QUOTA", "FILL", "POLICY"),
+                         "tab-org", self.org["guid"], "active", "1/3", "9 MiB", "10 MiB", "90%")
+
+    def test_org_show_set_add_and_state_changes_print_a_form(self):
+        for args in (("org", "show", "tab-org"), ("org", "set", "tab-org", "--seats", "3")):
+            out = self.human(*args)
+            for label, value in (("Name", "tab-org"), ("GUID", self.org["guid"]),
+                                 ("Seats", "1 used of 3"), ("Quota", "10 MiB"),
+                                 ("Alert", "90%")):
+                self.assertRegex(out, r"(?m)^\s*%s\s+.*%s" % (label, re.escape(value)), args)
+        out = self.human("org", "add", "tab-new", "--seats", "1", "--quota", "1G")
+        self.assertRegex(out, r"TG1-[A-Z2-7]{64}")
+        self.assertIn("shown only this once", out)
+        self.assertIn("deactivated", self.human("org", "deactivate", "tab-new"))
+        self.assertIn("active", self.human("org", "reactivate", "tab-new"))
+        out = self.human("key", "rotate", "tab-new")
+        self.assertRegex(out, r"TG1-[A-Z2-7]{64}")
+        self.human("org", "deactivate", "tab-new")
+        self.assertIn("tab-new", self.human("org", "delete", "tab-new"))
+
+    def test_device_commands(self):
+        self.assertTable(self.human("device", "list", "tab-org"),
+                         ("NAME", "ID", "ROLE", "RELAY", "CREATED"),
+                         "tab-pc", self.device_id, "user")
+        out = self.human("device", "set", "tab-org", "tab-pc", "--role", "admin")
+        self.assertRegex(out, r"(?m)^\s*Role\s+admin")
+        self.human("device", "set", "tab-org", "tab-pc", "--role", "user")
+
+    def test_device_release_says_what_it_did(self):
+        org = self.env.add_org("tab-rel", seats=1)
+        self.assertTrue(self.lk.register(org["_key"], "rel-pc", peer="198.51.100.31").get("ok"))
+        out = self.human("device", "release", "tab-rel", "rel-pc")
+        self.assertIn("rel-pc", out)
+        self.assertIn("seat", out)
+        self.assertIn("No devices", self.human("device", "list", "tab-rel"))
+
+    def test_usage_alerts_gateways_provider(self):
+        self.assertTable(self.human("usage"), ("NAME", "SEATS", "RECEIVED", "STORED", "QUOTA",
+                                               "FILL", "DEDUP", "COMPRESSION"),
+                         "tab-org", "18 MiB", "9 MiB", "2.00x")
+        self.assertTable(self.human("usage", "tab-org"), ("NAME", "SEATS"), "tab-org")
+        self.assertTable(self.human("alerts", "tab-org"), ("TIME", "NAME", "LEVEL", "USED", "QUOTA"),
+                         "tab-org", "90%")
+        self.assertTable(self.human("alerts"), ("TIME", "NAME", "LEVEL"), "tab-org")
+        self.assertTable(self.human("gateways"), ("NAME", "PID", "CONNECTED SINCE", "LEASES"),
+                         "gw-tab")
+        out = self.human("provider", "show")
+        self.assertIn(self.env.provider_guid(), out)
+        self.assertRegex(out, r"(?m)^\s*Redis\s+up")
+
+    def test_billing_export_prints_the_export_itself(self):
+        out = self.human("billing", "export", "--format", "csv")
+        self.assertTrue(out.startswith("org,name,seats_used"), out[:80])
+        self.assertIn("tab-org", out)
+        recs = json.loads(self.human("billing", "export", "--format", "json"))
+        self.assertIn("tab-org", [r["name"] for r in recs])
+
+
 class CtlExitCodes(h.EnvTestCase):
 
     def test_exit_0_on_success(self):
@@ -389,6 +575,28 @@ class CtlExitCodes(h.EnvTestCase):
     def test_exit_3_when_the_socket_is_missing(self):
         rc, _, err = self.env.ctl("org", "list", socket_path=os.path.join(self.env.tmp, "gone.sock"))
         self.assertEqual(rc, 3, err)
+
+    COMMANDS = [("org", "add"), ("org", "list"), ("org", "show"), ("org", "set"),
+                ("org", "deactivate"), ("org", "reactivate"), ("org", "delete"),
+                ("key", "rotate"), ("device", "list"), ("device", "release"), ("device", "set"),
+                ("usage",), ("billing", "export"), ("alerts",), ("gateways",),
+                ("provider", "show")]
+
+    def test_help_on_every_command_sends_nothing(self):
+        nowhere = os.path.join(self.env.tmp, "nowhere.sock")
+        rc, top, _ = self.env.ctl("--help", json=False, socket_path=nowhere)
+        self.assertEqual(rc, 0)
+        for words in self.COMMANDS:
+            with self.subTest(words=words):
+                self.assertIn(" ".join(words), top, "--help must list every command")
+                rc, out, err = self.env.ctl(*(words + ("--help",)), json=False,
+                                            socket_path=nowhere)
+                self.assertEqual(rc, 0, "%r: rc %d %r" % (words, rc, err))
+                self.assertIn("Usage: tidegate-ctl", out)
+                self.assertIn(" ".join(words), out.splitlines()[0])
+        for code in ("0 ok", "1 refused", "2 usage", "3 cannot reach", "4 unavailable",
+                     "5 permission denied"):
+            self.assertIn(code, " ".join(top.split()), "exit codes must be documented")
 
     def test_help_on_every_level(self):
         nowhere = os.path.join(self.env.tmp, "nowhere.sock")

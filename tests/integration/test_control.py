@@ -15,14 +15,17 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 import test_admin_errors  # noqa: E402
 import test_cli  # noqa: E402
+import test_config  # noqa: E402
 import test_deactivate  # noqa: E402
 import test_keys  # noqa: E402
 import test_leases  # noqa: E402
 import test_link  # noqa: E402
+import test_linkctl  # noqa: E402
 import test_redis  # noqa: E402
 import test_restore  # noqa: E402
 import test_seats  # noqa: E402
+import test_startup  # noqa: E402
 
 if __name__ == "__main__":
-    harness.main([test_keys, test_cli, test_admin_errors, test_seats, test_leases, test_link,
-                  test_restore, test_deactivate, test_redis])
+    harness.main([test_config, test_startup, test_keys, test_cli, test_admin_errors, test_seats,
+                  test_leases, test_link, test_linkctl, test_restore, test_deactivate, test_redis])

@@ -10,7 +10,9 @@ and the admin group.
 import json
 import os
 import secrets
+import shutil
 import socket
+import subprocess
 import time
 
 import harness as h
@@ -164,6 +166,52 @@ class RateLimiting(h.EnvTestCase):
         self.assertEqual(self.counters()[0], bad0)
 
 
+    def test_wrong_auth_proofs_count_and_lock_the_source_out_too(self):
+        org = self.env.add_org("rl-auth", seats=2)
+        lk = self.env.link("gw-rl4")
+        reg = lk.register(org["_key"], "auth-pc", peer="198.18.3.1")
+        self.assertTrue(reg.get("ok"), reg)
+        cred = h.unwrap_cred(org["_key"].v, reg["_cn"], reg["_sn"], h.guid_bytes(org["guid"]),
+                             bytes.fromhex(reg["device_id"]), bytes.fromhex(reg["wrapped_cred"]),
+                             bytes.fromhex(reg["wrap_tag"]))
+        src = "198.18.3.66"
+        bad0, lim0 = self.counters()
+        for i in range(5):
+            self.assertLinkErr(lk.auth(reg["device_id"], secrets.token_bytes(32), peer=src),
+                               h.E_BAD_KEY, "wrong credential %d" % (i + 1))
+        self.assertLinkErr(lk.auth(reg["device_id"], cred, peer=src), h.E_RATE_LIMITED,
+                           "the right credential from a locked-out source")
+        self.assertTrue(lk.auth(reg["device_id"], cred, peer="198.18.3.77").get("ok"),
+                        "another source is not locked out")
+        bad1, lim1 = self.counters()
+        self.assertEqual(bad1 - bad0, 5)
+        self.assertEqual(lim1 - lim0, 1)
+        # The port is not part of the source: changing it does not reset the count.
+        self.assertLinkErr(lk.auth(reg["device_id"], cred, peer=src + ":4242"), h.E_RATE_LIMITED)
+
+
+class KeysComeFromACsprng(h.EnvTestCase):
+
+    def test_keys_are_unique_unpredictable_and_never_repeat(self):
+        keys = [h.parse_regkey(self.env.add_org("rnd-%02d" % i, seats=1)["registration_key"])
+                for i in range(16)]
+        keys += [h.parse_regkey(self.env.admin_ok("key.rotate", {"org": "rnd-00"})
+                                ["registration_key"]) for _ in range(8)]
+        ids = [k for k, _ in keys]
+        secrets_ = [s for _, s in keys]
+        self.assertEqual(len(set(ids)), len(ids), "key ids repeat")
+        self.assertEqual(len(set(secrets_)), len(secrets_), "secrets repeat")
+        # A counter or a clock would leave most bits alike from one key to
+        # the next; CSPRNG output differs in about half of them.
+        blob = b"".join(secrets_)
+        ones = sum(bin(b).count("1") for b in blob)
+        self.assertTrue(0.45 < ones / (8 * len(blob)) < 0.55, "bit balance %d/%d"
+                        % (ones, 8 * len(blob)))
+        for (a, b) in zip(secrets_, secrets_[1:]):
+            diff = sum(bin(x ^ y).count("1") for x, y in zip(a, b))
+            self.assertTrue(64 < diff < 192, "consecutive secrets differ in %d of 256 bits" % diff)
+
+
 def _as_user(uid, gid, fn):
     """Run fn() in a forked child with uid/gid and no supplementary groups;
     return what it returned (JSON-able) or the exception text."""
@@ -214,6 +262,31 @@ class SocketPermissions(h.EnvTestCase):
     def test_sockets_are_created_with_mode_0660(self):
         for p, m in self.modes.items():
             self.assertEqual(m, 0o660, "%s has mode %o" % (os.path.basename(p), m))
+
+    def test_sockets_belong_to_the_admin_group(self):
+        for p in self.modes:
+            self.assertEqual(os.stat(p).st_gid, ADM, "mode 0660 lets the group in only if the "
+                             "socket is the group's: %s" % os.path.basename(p))
+
+    def test_setpriv_nobody_is_refused_and_an_adm_member_is_let_in(self):
+        setpriv = shutil.which("setpriv")
+        if not setpriv:
+            self.skipTest("setpriv (util-linux) not installed")
+        rc, _, _ = self.env.ctl("provider", "show", user=0)   # copies tidegate-ctl into TMP
+        self.assertEqual(rc, 0)
+        ctl = os.path.join(self.env.tmp, "tidegate-ctl")
+
+        def run(*ids):
+            p = subprocess.run([setpriv] + list(ids) + [ctl, "--socket", self.env.admin_sock,
+                                                         "--json", "org", "list"],
+                               capture_output=True, timeout=30)
+            return p.returncode, p.stdout.decode(), p.stderr.decode()
+        rc, out, err = run("--reuid=65534", "--regid=65534", "--clear-groups")
+        self.assertEqual(rc, 5, (rc, out, err))
+        self.assertIn("permission_denied", err)
+        rc, out, err = run("--reuid=65534", "--regid=%d" % ADM, "--clear-groups")
+        self.assertEqual(rc, 0, (rc, out, err))
+        self.assertIsInstance(json.loads(out), list)
 
     def admin_as(self, uid, gid):
         path = self.env.admin_sock

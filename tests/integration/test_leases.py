@@ -6,6 +6,7 @@ after its lease's lifetime plus the 1 s sweep, alerts are recorded once per
 level crossed, and a full quota answers QUOTA_EXCEEDED.
 """
 import json
+import re
 import threading
 import time
 
@@ -244,6 +245,12 @@ class QuotaLeases(h.EnvTestCase):
         with self.env.rdb() as r:
             recs = [a for a in r.cmd("LRANGE", "tg:alerts", 0, -1) if org["guid"] in a]
             self.assertEqual(len(recs), 3)
+        # ... and each is logged by the daemon, once.
+        log = self.env.log()
+        for level in (80, 90, 100):
+            self.assertEqual(len(re.findall(r"alert: organization %s reached %d%% of its quota"
+                                            % (org["guid"], level), log)), 1,
+                             "alert at %d %% not logged once" % level)
         # Falling below clears the level without an alert; crossing again alerts again.
         self.env.admin_ok("org.set", {"org": "lease-alerts", "quota": 200 * MiB})
         self.assertTrue(self.lease(lk, org, 100 * MiB).get("ok"))
@@ -253,6 +260,32 @@ class QuotaLeases(h.EnvTestCase):
         to(163)
         self.assertEqual(self.env.org("lease-alerts")["alert_level"], 80)
         self.assertEqual(levels(), [80, 100, 90, 80])
+
+    def test_one_commit_crossing_several_levels_raises_each_alert(self):
+        org = self.env.add_org("lease-jump", quota="10M")
+        lk = gw(self.env, "gw-jump")
+        self.assertEqual(self.lease(lk, org, 10 * MiB).get("granted"), 10 * MiB)
+        self.assertIs(self.commit(lk, org, 1, 7 * MiB).get("applied"), True)     # 70 %
+        self.assertIs(self.commit(lk, org, 2, 3 * MiB).get("applied"), True)     # 100 %
+        al = self.env.admin_ok("alerts", {"org": "lease-jump"})
+        self.assertEqual([a["level"] for a in al], [100, 90, 80],
+                         "a jump from 70 to 100 % crosses three levels: three alerts")
+        self.assertTrue(all(a["used_bytes"] == 10 * MiB for a in al), al)
+        self.assertEqual(self.env.org("lease-jump")["alert_level"], 100)
+        log = self.env.log()
+        for level in (80, 90, 100):
+            self.assertEqual(len(re.findall(r"alert: organization %s reached %d%% of its quota"
+                                            % (org["guid"], level), log)), 1, level)
+        # Raising the quota through org.set re-evaluates, downward: no alert.
+        self.env.admin_ok("org.set", {"org": "lease-jump", "quota": "100M"})
+        self.assertEqual(self.env.org("lease-jump")["alert_level"], 0)
+        self.assertEqual(len(self.env.admin_ok("alerts", {"org": "lease-jump"})), 3)
+        # Lowering it below what is used raises them again, from org.set.
+        self.env.admin_ok("org.set", {"org": "lease-jump", "quota": "10M"})
+        self.assertEqual([a["level"] for a in self.env.admin_ok("alerts", {"org": "lease-jump"})],
+                         [100, 90, 80, 100, 90, 80])
+        self.assertEqual(len(re.findall(r"alert: organization %s reached 100%% of its quota "
+                                        r"\(lease-jump\)" % org["guid"], self.env.log())), 1)
 
     def test_policy_op_returns_the_orgs_policy_and_limits(self):
         org = self.env.add_org("lease-policy", policy="ec:6+2", restore_limit_user="1G",

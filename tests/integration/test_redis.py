@@ -10,7 +10,16 @@ again, including after the script cache is flushed under a live connection
 The scenario runs once in setUpClass and records what it saw; each test
 asserts one property of the record, so one broken property does not hide
 the others.
+
+LeaseOutlivesOutage: a gateway admitted before Redis dies keeps its link
+and its lease through the outage; once Redis is back the same lease is
+still reserved and spent by commits, and pushes still reach the gateway.
+
+RedisHangs: a Redis that stops answering (SIGSTOP) is treated as down after
+redis-timeout-ms: requests are answered `unavailable` instead of waiting,
+and service resumes by itself when it answers again (SIGCONT).
 """
+import signal
 import time
 
 import harness as h
@@ -178,6 +187,7 @@ class RedisKilledAndRestarted(h.EnvTestCase):
         for k in ("down_register", "down_register_known", "down_lease", "down_commit", "down_auth"):
             with self.subTest(k):
                 self.assertLinkErr(self.get(k), h.E_UNAVAILABLE, k)
+                self.assertEqual(self.get(k)["error"].get("name"), "control plane unavailable")
                 self.assertLess(self.rec[k + "_s"], 1.0, "%s was not answered at once" % k)
 
     def test_nothing_refused_during_the_outage_is_applied_later(self):
@@ -234,3 +244,70 @@ class RedisKilledAndRestarted(h.EnvTestCase):
         self.assertTrue(self.get("noscript_register").get("ok"), self.rec["noscript_register"])
         self.assertTrue(self.get("noscript_add").get("ok"), self.rec["noscript_add"])
         self.assertIs(self.get("noscript_commit").get("applied"), True, self.rec["noscript_commit"])
+
+
+class LeaseOutlivesOutage(h.EnvTestCase):
+    """docs/control.md: admitted sessions keep their leases until they
+    expire; the control plane neither drops the gateway nor the lease."""
+    env_kwargs = {"lease_ttl_ms": 60000}
+
+    def test_a_lease_granted_before_the_outage_lives_on_and_is_spent_after(self):
+        env = self.env
+        org = env.add_org("keep-org", seats=2, quota="100M")
+        lk = env.link("gw-keep")
+        self.assertEqual(lk.request("lease", org=org["guid"], bytes=20 * MiB)["granted"], 20 * MiB)
+        env.kill_redis()
+        h.wait_for(lambda: not env.admin("org.list").get("ok"), 5, what="the outage to be noticed")
+        rep = lk.request("lease", org=org["guid"], bytes=MiB)
+        self.assertLinkErr(rep, h.E_UNAVAILABLE, "a new lease while Redis is down")
+        self.assertEqual(rep["error"]["name"], "control plane unavailable")
+        rep = lk.register(org["_key"], "newcomer", peer="192.0.2.180")
+        self.assertLinkErr(rep, h.E_UNAVAILABLE, "a new registration while Redis is down")
+        gws = {g["name"]: g for g in env.admin_ok("gateways")}
+        self.assertIn("gw-keep", gws, "the admitted gateway stays connected during the outage")
+        env.start_redis()
+        h.wait_for(lambda: env.admin("org.list").get("ok"), 20, 0.1, what="recovery")
+        self.assertEqual(env.org("keep-org")["reserved_bytes"], 20 * MiB,
+                         "the lease survived the outage (AOF) and was not revoked")
+        leases = {g["name"]: g for g in env.admin_ok("gateways")}["gw-keep"]["leases"]
+        self.assertEqual([(l["bytes"], l["org"]) for l in leases], [(20 * MiB, org["guid"])])
+        self.assertGreater(leases[0]["expires_ms"], 30000, "its expiry is unchanged")
+        c = lk.request("commit", org=org["guid"], commit_seq=1, stored_bytes=5 * MiB,
+                       logical_bytes=5 * MiB, unique_bytes=5 * MiB, chunks=1, dup_chunks=0)
+        self.assertIs(c.get("applied"), True, "the same link, no reconnect: %r" % c)
+        o = env.org("keep-org")
+        self.assertEqual((o["used_bytes"], o["reserved_bytes"]), (5 * MiB, 15 * MiB))
+        lk.drain_pushes()
+        t0 = time.monotonic()
+        env.admin_ok("org.deactivate", {"org": "keep-org"})
+        m = lk.next_push(1.0)
+        self.assertIsNotNone(m, "no push within 1 s after the outage")
+        self.assertLess(time.monotonic() - t0, 1.0)
+        self.assertEqual((m["op"], m["state"]), ("org_update", "deactivated"))
+
+
+class RedisHangs(h.EnvTestCase):
+    env_kwargs = {"extra": ["--redis-timeout-ms", "500"]}
+
+    def test_a_hung_redis_is_down_after_the_timeout_and_recovers_by_itself(self):
+        env = self.env
+        org = env.add_org("hang-org", seats=2)
+        lk = env.link("gw-hang")
+        env.redis.send_signal(signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            rep = env.admin("org.show", {"org": "hang-org"})
+            first = time.monotonic() - t0
+            self.assertAdminErr(rep, "unavailable")
+            self.assertLess(first, 2.0, "the first request waits the timeout (0.5 s), no more")
+            t0 = time.monotonic()
+            self.assertAdminErr(env.admin("org.list"), "unavailable")
+            rep = lk.request("lease", org=org["guid"], bytes=MiB)
+            self.assertLinkErr(rep, h.E_UNAVAILABLE)
+            self.assertLess(time.monotonic() - t0, 1.0, "once down, answered at once")
+            self.assertEqual(env.admin_ok("provider.show")["redis"], "down")
+        finally:
+            env.redis.send_signal(signal.SIGCONT)
+        h.wait_for(lambda: env.admin("org.list").get("ok"), 10, 0.1, what="recovery after SIGCONT")
+        self.assertEqual(lk.request("lease", org=org["guid"], bytes=MiB).get("granted"), MiB)
+        self.assertEqual(env.org("hang-org")["reserved_bytes"], MiB)
