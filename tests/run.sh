@@ -2,10 +2,13 @@
 # tests/run.sh - install what is missing, build, run every test suite, and end
 # with one line: "N passed, N failed" (", N skipped" when any were skipped).
 #
-# Counts are per test case: cmocka suites report each case through TAP, and
-# each integration script counts as one test. Suites:
-#   unit    cmocka tests of dataplane/ (no DPDK, no network)
-#   asan    the same under AddressSanitizer + UndefinedBehaviorSanitizer
+# Counts are per test case: cmocka suites and the integration scripts report
+# each case through TAP. Suites:
+#   unit         cmocka tests of dataplane/ and the gateway engine (no network)
+#   integration  tidegate-control against a real redis-server; end to end: the
+#                real gateway (DPDK, net_af_packet on a veth), the clients in a
+#                network namespace (needs root, else those cases are skipped)
+#   asan         the unit suite under AddressSanitizer + UndefinedBehaviorSanitizer
 # Options: --quick (skip the sanitizer build), --suite NAME (only that meson
 # suite), -h/--help.
 set -uo pipefail
@@ -20,7 +23,7 @@ while (($#)); do
     --quick) quick=1 ;;
     --suite) suite=${2:?--suite needs a name}; shift ;;
     -h|--help)
-      sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
       exit 0 ;;
     *) echo "run.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
   esac
@@ -84,9 +87,32 @@ run_suite() { # run_suite BUILD_DIR LABEL [meson test args...]
   total_p=$((total_p + p)); total_f=$((total_f + f)); total_s=$((total_s + s))
 }
 
+# What the end-to-end cases need beyond the build: root for the namespace, the
+# veth pair and hugepages. tests/integration/gwenv.py reserves 512 x 2 MiB
+# hugepages itself (and gives them back), or runs the gateway --no-huge.
+e2e_check() {
+  if [[ $(id -u) -ne 0 ]]; then
+    log "not root: the end-to-end cases will be skipped (namespaces, veths, hugepages need root)"
+    return
+  fi
+  local probe=tgc-probe$$
+  if ip netns add "$probe" 2>/dev/null; then
+    ip netns del "$probe"
+  else
+    log "cannot create network namespaces here: the end-to-end cases will fail"
+  fi
+  local free
+  free=$(cat /sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages 2>/dev/null || echo 0)
+  log "hugepages: $free free 2 MiB pages now (the tests reserve 512 if they can, else --no-huge)"
+}
+
 log "build"
 if build build; then
   if [[ -z $suite || $suite == unit ]]; then run_suite build unit --suite unit; fi
+  if [[ -z $suite || $suite == integration ]]; then
+    e2e_check
+    run_suite build integration --suite integration
+  fi
 else
   echo "build failed"; total_f=$((total_f + 1))
 fi
