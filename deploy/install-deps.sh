@@ -8,11 +8,12 @@ PKGS=(
   # build
   build-essential pkg-config meson ninja-build clang llvm libclang-rt-14-dev
   # libraries (all through pkg-config)
-  libdpdk-dev dpdk libisal-dev libxxhash-dev libhiredis-dev libssl-dev
+  libdpdk-dev dpdk dpdk-dev libisal-dev libxxhash-dev libhiredis-dev libssl-dev
   libjansson-dev liburing-dev libcmocka-dev libmicrohttpd-dev libevent-dev libinih-dev
   # servers and tools the tests and the quick start talk to
   redis-server redis-tools iproute2 ethtool python3 python3-scapy
-  iperf3 curl procps psmisc util-linux kmod
+  python3-cryptography  # AES-256-GCM for tests/integration/tgproto.py
+  iperf3 curl procps psmisc util-linux kmod systemd
 )
 
 missing=()

@@ -40,6 +40,7 @@ enum opt_type {
 	OPT_CONFIG, /* command line only */
 	OPT_HELP,
 	OPT_VERSION,
+	OPT_CHECK,  /* command line only: parse, print, exit */
 };
 
 struct gw_opt {
@@ -76,6 +77,8 @@ static const struct gw_opt gw_opts[] = {
 	  "reassembly memory per worker lcore, MiB" },
 	{ "sessions", 0, OPT_UINT, "N", "1024", 1, 1u << 20, F(sessions),
 	  "sessions per worker lcore" },
+	{ "check-config", 0, OPT_CHECK, NULL, NULL, 0, 0, 0, 0,
+	  "parse the options and the config file, print the result and exit (no EAL, no port)" },
 	{ "help", 'h', OPT_HELP, NULL, NULL, 0, 0, 0, 0, "show this help and exit" },
 	{ "version", 0, OPT_VERSION, NULL, NULL, 0, 0, 0, 0, "show the version and exit" },
 };
@@ -84,7 +87,8 @@ static const struct gw_opt gw_opts[] = {
 
 static bool opt_in_file(const struct gw_opt *o)
 {
-	return o->type != OPT_CONFIG && o->type != OPT_HELP && o->type != OPT_VERSION;
+	return o->type != OPT_CONFIG && o->type != OPT_HELP && o->type != OPT_VERSION &&
+	       o->type != OPT_CHECK;
 }
 
 static bool opt_repeats(const struct gw_opt *o)
@@ -414,12 +418,35 @@ static void config_defaults(struct gw_config *cfg)
 			*p = '-';
 }
 
+/* --check-config: the effective configuration, in the config file's own
+ * form, so it can be diffed against what was meant. */
+static void config_print(const struct gw_config *cfg, const char *file)
+{
+	char ip[INET_ADDRSTRLEN];
+
+	printf("# " GW_PROG " --check-config: %s parsed\n[gateway]\n", file ? file : "(no file)");
+	for (unsigned i = 0; i < cfg->naddrs; i++) {
+		struct in_addr a = { .s_addr = cfg->addrs[i].ip };
+
+		inet_ntop(AF_INET, &a, ip, sizeof(ip));
+		printf("addr = %u=%s/%u\n", cfg->addrs[i].port_id, ip, cfg->addrs[i].prefix);
+	}
+	printf("udp-port = %u\ncontrol-sock = %s\nname = %s\n", cfg->udp_port, cfg->control_sock,
+	       cfg->name);
+	for (unsigned i = 0; i < cfg->nstore_dirs; i++)
+		printf("store-dir = %s\n", cfg->store_dirs[i]);
+	printf("io-threads = %u\nmtu = %u\nmem-mb = %u\nsessions = %u\n", cfg->io_threads,
+	       cfg->mtu, cfg->mem_mb, cfg->sessions);
+	printf("# fragment size for this MTU: %u bytes\n", gw_frag_size(cfg->mtu));
+}
+
 int gw_config_parse(struct gw_config *cfg, int argc, char **argv)
 {
 	struct option longopts[NOPTS + 1];
 	struct { const struct gw_opt *o; const char *v; } flags[128];
 	bool reset[NOPTS] = { false };
 	const char *config = NULL;
+	bool check = false;
 	unsigned nflags = 0;
 	char msg[256];
 	int c;
@@ -463,6 +490,10 @@ int gw_config_parse(struct gw_config *cfg, int argc, char **argv)
 			printf(GW_PROG " " TG_VERSION "\n");
 			return 1;
 		}
+		if (o->type == OPT_CHECK) {
+			check = true;
+			continue;
+		}
 		if (o->type == OPT_CONFIG) {
 			if (config) {
 				gw_log("error", "--config: given twice");
@@ -503,6 +534,10 @@ int gw_config_parse(struct gw_config *cfg, int argc, char **argv)
 	if (!cfg->nstore_dirs) {
 		gw_log("error", "--store-dir: at least one store directory is needed (see --help)");
 		return -1;
+	}
+	if (check) {
+		config_print(cfg, config);
+		return 1;
 	}
 	return 0;
 }

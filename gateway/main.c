@@ -346,6 +346,14 @@ static void service_cfg(const struct gw_config *cfg, unsigned nworkers, struct g
 
 /* ---- main ---- */
 
+static bool has_check_config(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--check-config"))
+			return true;
+	return false;
+}
+
 int main(int argc, char **argv)
 {
 	static struct gw_config cfg;
@@ -381,6 +389,15 @@ int main(int argc, char **argv)
 	} else if (argc == 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") ||
 				 !strcmp(argv[1], "--version"))) {
 		ours[nours++] = argv[1];
+		eal_argc = 1;
+	} else if (has_check_config(argc, argv)) {
+		/* --check-config never starts EAL: every argument is ours. */
+		if (argc > (int)(sizeof(ours) / sizeof(ours[0])) - 1) {
+			gw_log("error", "too many options");
+			return 1;
+		}
+		for (int i = 1; i < argc; i++)
+			ours[nours++] = argv[i];
 		eal_argc = 1;
 	} else {
 		eal_argc = argc;
